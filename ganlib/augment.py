@@ -381,14 +381,15 @@ class Augmenter:
 
         Args:
             images: uint8 [B,3,S,S] RGB faces (resized to work_size if S differs).
-            eye_masks: uint8 [B,1,S,S] (0..255) or None (zeros).
+            eye_masks: uint8 [B,K,S,S] (0..255) or None (zeros, K = 1). K is normally 1; extra
+                channels (e.g. a face mask) are resampled exactly like the eye mask.
             generator: the torch.Generator all random draws come from (any device).
             pool: uint8 [P,3,S',S'] faces to draw colour-match references from (A ∪ B, may live on CPU);
                 None disables colour matching.
 
         Returns:
-            warped [B,3,R,R] and target [B,3,R,R] in [−1, 1], eye_mask [B,1,R,R] in [0, 1]; the
-            eye mask follows the target geometry, as in the original.
+            warped [B,3,R,R] and target [B,3,R,R] in [−1, 1], eye_mask [B,K,R,R] in [0, 1]; the
+            mask follows the target geometry, as in the original.
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B,3,S,S], got {tuple(images.shape)}")
@@ -397,9 +398,7 @@ class Augmenter:
         if eye_masks is None:
             m = torch.zeros(b, 1, self.work_size, self.work_size, device=dev)
         else:
-            m = self._fit(eye_masks.to(dev))
-            if m.shape[1] != 1:  # tolerate 3-channel masks (the original's layout)
-                m = m.amax(dim=1, keepdim=True)
+            m = self._fit(eye_masks.to(dev))  # any number of channels; all follow the target path
 
         # Fixed number of draws per batch whatever the flags, so the stream stays aligned.
         uc = _rand(generator, b, 4)  # on the generator's device

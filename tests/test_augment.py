@@ -93,6 +93,21 @@ def test_eye_mask_follows_the_target_geometry():
     assert iou.min() > 0.95, iou  # the warped path would give ~0.8, an untransformed mask ~0.6
 
 
+def test_extra_mask_channels_follow_the_target_too():
+    s = 64
+    x = smooth_faces(2, s)
+    eyes = torch.zeros(2, 1, s, s, dtype=torch.uint8)
+    eyes[:, :, 20:30, 15:50] = 255
+    face = torch.zeros(2, 1, s, s, dtype=torch.uint8)
+    face[:, :, 10:60, 12:52] = 255
+    aug = Augmenter(resolution=32, work_size=s)
+    _, _, both = aug(x, torch.cat([eyes, face], 1), gen(4))
+    _, _, only_eyes = aug(x, eyes, gen(4))
+    _, _, only_face = aug(x, face, gen(4))
+    assert both.shape == (2, 2, 32, 32)
+    assert torch.allclose(both[:, :1], only_eyes) and torch.allclose(both[:, 1:], only_face)
+
+
 def test_warped_differs_from_target_by_a_smooth_small_field():
     b, s, r = 8, 64, 64
     grid, theta = random_warp(b, r, gen(3))
