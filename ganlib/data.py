@@ -196,6 +196,15 @@ def _decode(data: bytes, *, grey: bool = False) -> _Decoded:
         return _Decoded(None, [], ("truncated", f"truncated or corrupt image data ({e})",
                                    "re-copy or re-extract this face; it was left out"))
 
+    try:
+        return _convert(im, data, grey)
+    except Exception as e:  # a broken EXIF block, an exotic mode...: leave the file out, never stop the load
+        return _Decoded(None, [], ("unconvertible", f"decoded but could not be converted ({type(e).__name__}: {e})",
+                                   "re-save it as an ordinary RGB JPEG or PNG"))
+
+
+def _convert(im: Image.Image, data: bytes, grey: bool) -> _Decoded:
+    """A loaded PIL image in any mode -> RGB (or L), with a note per conversion (see the module doc)."""
     notes: list[tuple[str, str]] = []
     orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation tag; 1 = as stored
     if orientation not in (1, None):
@@ -207,7 +216,7 @@ def _decode(data: bytes, *, grey: bool = False) -> _Decoded:
         arr = np.asarray(im).astype(np.float64)
         arr = arr / 257.0 if (mode.startswith("I;16") or depth == 16 or arr.max() > 255) else arr
         im = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
-        notes.append(("16bit", f"16-bit greyscale ({mode}) scaled to 8-bit"))
+        notes.append(("16bit", f"16/32-bit greyscale ({mode}) scaled to 8-bit"))
         mode = "L"
     elif depth == 16:
         notes.append(("16bit", "16-bit per channel PNG reduced to 8-bit"))
@@ -253,55 +262,60 @@ def _resize(im: Image.Image, size: int, resample: int = Image.Resampling.LANCZOS
 # ---------------------------------------------------------------------------------------------
 # One folder
 
-def _scan(folder: Path, size: int, min_size: int | None, keep: bool
-          ) -> tuple[FolderAudit, list[np.ndarray]]:
+def _check_file(p: Path, size: int, min_size: int, seen: dict[str, str]
+                ) -> tuple[list[AuditIssue], Image.Image | None]:
+    """Every check for one file: its issues, and the decoded RGB image when it is usable."""
+    def skip(kind: str, reason: str, advice: str) -> tuple[list[AuditIssue], None]:
+        return [AuditIssue(str(p), kind, "skipped", reason, advice)], None
+
+    if p.suffix.lower() not in IMAGE_EXTENSIONS:
+        return skip("unsupported_type", f"extension '{p.suffix or '(none)'}' is not one of "
+                    f"{', '.join(IMAGE_EXTENSIONS)}", "convert it to PNG or JPEG, or move it out of the folder")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        return skip("unreadable", f"cannot read the file ({e.strerror or e})",
+                    "check its permissions; on Drive, wait for sync or copy the folder to local disk")
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if data and digest in seen:
+        return skip("duplicate", f"same bytes as {seen[digest]}",
+                    "exact duplicates only weight one face more; the first copy is used")
+    dec = _decode(data)
+    if dec.error is not None:
+        return skip(*dec.error)
+    w, h = dec.image.size
+    if min(w, h) < min_size:
+        return skip("too_small", f"{w}x{h} px, smaller than the minimum side {min_size} px",
+                    f"use face crops of at least {min_size} px (ideally {size} px or more); tiny faces train blur")
+    if max(w, h) / min(w, h) > MAX_ASPECT:
+        return skip("extreme_aspect", f"{w}x{h} px, aspect ratio {max(w, h) / min(w, h):.1f}:1 "
+                    f"(limit {MAX_ASPECT:.0f}:1): not a face crop",
+                    "crop the face to a square (prepare_faces does this)")
+    seen[digest] = p.name
+    issues = [AuditIssue(str(p), kind, "converted", reason) for kind, reason in dec.notes]
+    if abs(w / h - 1) > 0.01:
+        issues.append(AuditIssue(str(p), "not_square", "note", f"{w}x{h} px stretched to {size}x{size}",
+                                 "square aligned crops keep the face's proportions"))
+    return issues, dec.image
+
+
+def _scan(folder: Path, size: int, min_size: int | None, keep: bool) -> tuple[FolderAudit, list[np.ndarray]]:
     min_size = size // 4 if min_size is None else int(min_size)
     audit = FolderAudit(folder=str(folder), size=size, min_size=min_size)
     arrays: list[np.ndarray] = []
-    seen: dict[str, str] = {}  # content hash -> first file name
-
-    def skip(p: Path, kind: str, reason: str, advice: str) -> None:
-        audit.issues.append(AuditIssue(str(p), kind, "skipped", reason, advice))
-
+    seen: dict[str, str] = {}  # content hash -> first usable file with it
     for p in _list_files(folder):
         audit.files_checked += 1
-        if p.suffix.lower() not in IMAGE_EXTENSIONS:
-            skip(p, "unsupported_type", f"extension '{p.suffix or '(none)'}' is not one of "
-                 f"{', '.join(IMAGE_EXTENSIONS)}", "convert it to PNG or JPEG, or move it out of the folder")
-            continue
         try:
-            data = p.read_bytes()
-        except OSError as e:
-            skip(p, "unreadable", f"cannot read the file ({e.strerror or e})",
-                 "check its permissions; on Drive, wait for sync or copy the folder to local disk")
-            continue
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-        if data and digest in seen:
-            skip(p, "duplicate", f"same bytes as {seen[digest]}",
-                 "exact duplicates only weight one face more; the first copy is used")
-            continue
-        dec = _decode(data)
-        if dec.error is not None:
-            skip(p, *dec.error)
-            continue
-        w, h = dec.image.size
-        if min(w, h) < min_size:
-            skip(p, "too_small", f"{w}x{h} px, smaller than the minimum side {min_size} px",
-                 f"use face crops of at least {min_size} px (ideally {size} px or more); tiny faces train blur")
-            continue
-        if max(w, h) / min(w, h) > MAX_ASPECT:
-            skip(p, "extreme_aspect", f"{w}x{h} px, aspect ratio {max(w, h) / min(w, h):.1f}:1 "
-                 f"(limit {MAX_ASPECT:.0f}:1): not a face crop", "crop the face to a square (prepare_faces does this)")
-            continue
-        seen[digest] = p.name
-        for kind, reason in dec.notes:
-            audit.issues.append(AuditIssue(str(p), kind, "converted", reason))
-        if abs(w / h - 1) > 0.01:
-            audit.issues.append(AuditIssue(str(p), "not_square", "note", f"{w}x{h} px stretched to {size}x{size}",
-                                           "square aligned crops keep the face's proportions"))
-        audit.kept.append(str(p))
-        if keep:
-            arrays.append(_resize(dec.image, size))
+            issues, image = _check_file(p, size, min_size, seen)
+            if image is not None and keep:
+                arrays.append(_resize(image, size))
+        except Exception as e:  # whatever goes wrong with one file, the others still load
+            issues, image = [AuditIssue(str(p), "error", "skipped", f"unexpected error ({type(e).__name__}: {e})",
+                                        "re-save it as an ordinary RGB JPEG or PNG")], None
+        audit.issues.extend(issues)
+        if image is not None:
+            audit.kept.append(str(p))
     return audit, arrays
 
 
