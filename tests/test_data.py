@@ -88,8 +88,8 @@ def messy(tmp_path):
 GOOD = ["cmyk.jpg", "face.webp", "good.jpg", "good2.png", "grey.png", "grey16.png", "palette.png", "rgb48.png",
         "rgba.png", "upper.BMP"]
 SKIPPED = {"truncated.jpg": "truncated", "cut.png": "truncated", "empty.png": "not_an_image",
-           "notes.jpg": "not_an_image", "tiny.png": "too_small", "wide.png": "extreme_aspect", "zz_duplicate.jpg": "duplicate",
-           "readme.txt": "unsupported_type"}
+           "notes.jpg": "not_an_image", "tiny.png": "too_small", "wide.png": "extreme_aspect",
+           "zz_duplicate.jpg": "duplicate", "readme.txt": "unsupported_type"}
 
 
 def test_messy_folder_audit_reasons_and_loading(messy):
