@@ -392,7 +392,8 @@ def _now_iso() -> str:
 def _tmp_name(final: Path) -> Path:
     # The temp name never matches ckpt-*.pt, so a crash mid-write leaves nothing that the
     # loader could mistake for a checkpoint.
-    return final.with_name(f"{final.name}.tmp-{os.getpid()}-{random.getrandbits(32):08x}")
+    # os.urandom, not the random module: saving must not move the training run's Python RNG stream.
+    return final.with_name(f"{final.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
 
 
 def _log_fn(log: Callable[[str], None] | None) -> Callable[[str], None]:
