@@ -305,7 +305,8 @@ class VideoWriter:
         stream.pix_fmt = "yuv420p"
         if self.codec == "libx264":
             # crf 18 is "visually lossless" for x264; the swapped face should not be smeared by the encoder.
-            stream.options = {"crf": str(self.crf), "preset": "medium"}
+            # preset "fast": about half the CPU time of "medium" for slightly larger files.
+            stream.options = {"crf": str(self.crf), "preset": "fast"}
         else:
             stream.bit_rate = max(2_000_000, width * height * 8)  # mpeg4 has no crf: generous bitrate
         # Frames are stamped 0, 1, 2... in units of 1/fps; the muxer rescales to its own time base.
