@@ -29,8 +29,9 @@ import numpy as np
 from PIL import Image, ImageOps
 from PIL.PngImagePlugin import PngInfo
 
-from .faces import IMAGE_EXTENSIONS, Face, alignment_matrix, detect_faces, invert_affine, warp_affine
-from .video import SYNTHETIC_LABEL, VIDEO_EXTENSIONS, VideoWriter, iter_frames, probe
+from .faces import (IMAGE_EXTENSIONS, Face, alignment_matrix, detect_faces, invert_affine, to_rgb_uint8,
+                    warp_affine)
+from .video import SYNTHETIC_LABEL, VIDEO_EXTENSIONS, VideoError, VideoWriter, iter_frames, probe
 
 COLOR_CORRECTIONS = ("hist_match", "adain", "adain_xyz", "none")
 SMOOTHING = ("kalman", "moving_average", "none")
@@ -108,7 +109,8 @@ class Swapper:
         from .checkpoint import load_latest  # noqa: PLC0415
 
         no_ckpt = (f"{run_dir}: this run folder has no checkpoint yet. Train first (python -m ganlib train "
-                   f"--run-dir {run_dir}) or point --run-dir at the folder that holds the checkpoints.")
+                   f"--a FACES_A --b FACES_B --run-dir {run_dir} --until N) or point --run-dir at the folder "
+                   "that holds the checkpoints/ folder.")
         try:
             loaded = load_latest(run_dir)
         except FileNotFoundError as exc:
@@ -534,11 +536,12 @@ def convert_image(
     A photo without a face comes back unchanged, with a warning. Detection uses v2.2's conversion
     settings: faces >= 35 px, last MTCNN threshold 0.8 (Colab's ``detec_threshold``).
     """
-    frame = _load_image(path_or_array) if isinstance(path_or_array, (str, Path)) else \
-        np.asarray(path_or_array)[..., :3].astype(np.uint8)
+    frame = _load_image(path_or_array) if isinstance(path_or_array, (str, Path)) else to_rgb_uint8(path_or_array)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         _refuse_overwrite(out_path, overwrite)
+        if out_path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise ValueError(f"{out_path}: output images must be .png or .jpg (they carry the synthetic label)")
     faces = _detect(frame, min_face, thresholds, str(swapper.device) if hasattr(swapper, "device") else "cpu")
     geoms = [FaceGeometry(f.landmarks, f.side) for f in faces]
     result, alpha = swap_frame(swapper, frame, geoms, direction, roi_coverage=roi_coverage,
@@ -703,7 +706,9 @@ def convert_video(
                 geoms = tracker.update(faces, frame.shape)
                 result, alpha = swap_frame(swapper, frame, geoms, direction, roi_coverage=roi_coverage,
                                            color_correction=color_correction, enhance=enhance)
-                writer.write(compose_output(frame, result, alpha, output_type))
+                composed = compose_output(frame, result, alpha, output_type)
+                writer.write(composed)
+                report.height, report.width = composed.shape[:2]  # as written (after any display rotation)
                 report.frames += 1
                 if geoms:
                     report.frames_swapped += 1
@@ -735,6 +740,14 @@ def convert_video(
 # ---------------------------------------------------------------------------------------------------
 
 def _run_convert(args: argparse.Namespace) -> int:
+    try:
+        return _convert_cli(args)
+    except (FileNotFoundError, FileExistsError, VideoError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _convert_cli(args: argparse.Namespace) -> int:
     swapper = Swapper.from_run_dir(args.run_dir, device=args.device)
     src = Path(args.input)
     common = dict(color_correction=args.color, roi_coverage=args.roi_coverage, output_type=args.output_type,

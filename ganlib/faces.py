@@ -242,7 +242,8 @@ def get_detector(min_size: int = 20, thresholds=(0.6, 0.7, 0.9), device: str = "
     return _DETECTORS[key]
 
 
-def _as_rgb_uint8(image) -> np.ndarray:
+def to_rgb_uint8(image) -> np.ndarray:
+    """Any image (PIL, gray, RGBA, float in [0,1] or [0,255]) as a contiguous RGB uint8 HxWx3 array."""
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
     image = np.asarray(image)
@@ -270,7 +271,7 @@ def detect_faces(
     ``min_size`` is MTCNN's smallest searched face (the original used 20); ``thresholds`` are the
     three stage thresholds (P-, R-, O-net; the last one is the one users tune: 0.7-0.9).
     """
-    image = _as_rgb_uint8(image_rgb)
+    image = to_rgb_uint8(image_rgb)
     detector = get_detector(min_size, thresholds, device)
     boxes, probs, points = detector.detect(image, landmarks=True)
     if boxes is None or len(boxes) == 0:
@@ -299,7 +300,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 256) -> tup
     :func:`invert_affine`) to paste a crop back. Border pixels are replicated like the original.
     """
     matrix = alignment_matrix(landmarks, size)
-    return warp_affine(_as_rgb_uint8(image), matrix, (size, size), border="replicate"), matrix
+    return warp_affine(to_rgb_uint8(image), matrix, (size, size), border="replicate"), matrix
 
 
 def eye_mask(landmarks: np.ndarray, box_side: float, matrix: np.ndarray, size: int = 256) -> np.ndarray:
@@ -483,7 +484,7 @@ def extract(
     - Resumable: ``out_dir/extract_progress.json`` records the last finished frame of every source; a
       re-run (also after Ctrl-C or a lost Colab runtime) skips what is done. Files are never replaced.
     - Returns an :class:`ExtractReport`, also written to ``out_dir/extract_report_<time>.json`` and
-      printed as a summary.
+      printed as a summary (``progress`` only switches the per-source progress bar).
     """
     from .video import VIDEO_EXTENSIONS, VideoError, iter_frames, probe  # noqa: PLC0415
 
@@ -593,8 +594,7 @@ def extract(
         n += 1
     report.report_path = str(path)
     _atomic_write_json(path, report.to_dict())
-    if progress:
-        print(report.summary())
+    print(report.summary())
     if report.faces_saved == 0 and report.frames_read > 0:
         warnings.warn(f"extract: no face saved from {report.frames_read} frame(s); see {path}", stacklevel=2)
     return report
@@ -609,8 +609,6 @@ def _run_extract(args: argparse.Namespace) -> int:
         args.inputs, args.out, every=args.every, size=args.size, min_face=args.min_face,
         thresholds=tuple(args.thresholds), device=args.device, progress=not args.quiet,
     )
-    if args.quiet:
-        print(report.summary())
     return 0 if report.faces_saved > 0 or report.frames_read == 0 else 1
 
 
@@ -645,5 +643,5 @@ def iter_face_pairs(out_dir) -> Iterator[tuple[Path, Path]]:
 __all__ = [
     "TEMPLATE_ROW_COL", "Face", "ExtractReport", "template_points", "umeyama", "invert_affine",
     "transform_points", "warp_affine", "square_box", "get_detector", "detect_faces", "alignment_matrix",
-    "align_face", "eye_mask", "extract", "add_extract_parser", "iter_face_pairs",
+    "align_face", "eye_mask", "to_rgb_uint8", "extract", "add_extract_parser", "iter_face_pairs",
 ]

@@ -133,7 +133,7 @@ def iter_frames(path: str | Path, *, start: int = 0, every: int = 1) -> Iterator
                 index += 1
                 if index < start or (index - start) % every:
                     continue
-                yield index, frame.to_ndarray(format="rgb24")
+                yield index, _upright(frame)
         except av.error.FFmpegError as exc:
             if index < 0:
                 raise _open_error(path, exc) from exc
@@ -146,6 +146,18 @@ def iter_frames(path: str | Path, *, start: int = 0, every: int = 1) -> Iterator
         container.close()
     if index < 0:
         raise VideoError(f"{path}: the video stream contains no decodable frame; re-export the file.")
+
+
+def _upright(frame) -> np.ndarray:
+    """RGB array of a decoded frame, turned as players show it.
+
+    Phone videos are stored sideways with a display-matrix rotation; without applying it every face
+    lies on its side and MTCNN finds none ("the video shows no swap"). PyAV reports the angle the
+    display matrix rotates the frame counter-clockwise; ``np.rot90`` turns counter-clockwise too.
+    """
+    image = frame.to_ndarray(format="rgb24")
+    quarter_turns = int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
 
 def pick_video_codec() -> str:

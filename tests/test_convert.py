@@ -379,3 +379,8 @@ def test_convert_command_line(tmp_path, swapper, capsys):
     assert args.func(args) == 0
     assert "converting B -> A" in capsys.readouterr().out
     assert C.read_label(tmp_path / "b.png") == SYNTHETIC_LABEL
+    (tmp_path / "fresh").mkdir()
+    args = parser.parse_args(["convert", "--run-dir", str(tmp_path / "fresh"), str(tmp_path / "a.png"), "--out",
+                              str(tmp_path / "c.png")])
+    assert args.func(args) == 2  # a clear message, not a traceback
+    assert "has no checkpoint yet" in capsys.readouterr().err and not (tmp_path / "c.png").exists()

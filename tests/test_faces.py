@@ -361,3 +361,20 @@ def test_extract_command_line(tmp_path, capsys):
     assert args.func(args) == 0
     assert "faces saved: 1" in capsys.readouterr().out
     assert (tmp_path / "o" / "faces" / "a_f000000_0.png").exists()
+
+
+def test_display_rotation_is_applied():
+    # A real phone video with a display matrix cannot be written with PyAV here, so this feeds the
+    # helper a frame-like object carrying PyAV's `rotation` (counter-clockwise degrees, -90 = portrait).
+    class SidewaysFrame:
+        rotation = -90
+
+        def to_ndarray(self, format):
+            img = np.zeros((2, 3, 3), np.uint8)
+            img[0, 0] = 255  # top-left marker
+            return img
+
+    up = V._upright(SidewaysFrame())
+    assert up.shape == (3, 2, 3) and up[0, 1, 0] == 255  # turned clockwise: top-left -> top-right
+    SidewaysFrame.rotation = 0
+    assert V._upright(SidewaysFrame()).shape == (2, 3, 3)
