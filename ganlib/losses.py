@@ -169,7 +169,7 @@ def perceptual_loss(feats_fake: Sequence[torch.Tensor], feats_real: Sequence[tor
                     w_pl: Sequence[float]):
     """``sum_k w_pl[k] * MSE(IN(phi_k(fake)), IN(phi_k(real)))`` with IN = v2.2's per-sample
     normalisation over (C, H, W) (eps 1e-3 on the std, no affine)."""
-    loss = 0.0
+    loss = feats_fake[0].new_zeros((), dtype=torch.float32)
     for w, a, b in zip(w_pl, feats_fake, feats_real):
         if w:
             loss = loss + w * mse(v22_instance_norm(a.float()), v22_instance_norm(b.float()))
@@ -270,7 +270,11 @@ def generator_loss(disc, batch: dict, out: dict, cfg: LossConfig, *, lam_pl: flo
     parts["tv"] = tv_loss(alpha, w_tv=cfg.w_tv)
     if cfg.w_mask_face and batch.get("face_mask") is not None:
         parts["mask"] = parts["mask"] + face_mask_loss(alpha, batch["face_mask"], weight=cfg.w_mask_face)
-    if cfg.use_cyclic_loss and gen_self is not None and gen_other is not None:
+    if cfg.use_cyclic_loss:
+        if gen_self is None or gen_other is None:
+            raise ValueError("use_cyclic_loss is on but gen_self / gen_other (the two decoder paths) were not given")
+        # Gradient also reaches the other decoder; the trainer clears it before that decoder's own step,
+        # so as in v2.2 only G_X's optimiser applies this term.
         parts["cyclic"] = cfg.w_cyclic * cyclic_loss(gen_self, gen_other, t)
     else:
         parts["cyclic"] = zero

@@ -99,9 +99,9 @@ class HybridNorm(nn.Module):
     """v2.2's "hybrid": the first floor(C/2) channels through a 1x1 conv (bias, he_normal, L2), the rest
     through the v2.2 instancenorm, concatenated."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, split: int | None = None):
         super().__init__()
-        self.split = channels // 2
+        self.split = channels // 2 if split is None else split
         self.conv = _conv(self.split, self.split, 1, bias=True)
         self.norm = V22InstanceNorm()
 
@@ -110,8 +110,14 @@ class HybridNorm(nn.Module):
         return torch.cat([self.conv(a), self.norm(b)], dim=1)
 
 
-def make_norm(norm: str, channels: int) -> nn.Module:
-    """The normalisation layer for ``norm`` (v2.2 names) over ``channels`` channels."""
+def make_norm(norm: str, channels: int, filters: int | None = None) -> nn.Module:
+    """The normalisation layer for ``norm`` (v2.2 names) over ``channels`` channels.
+
+    ``filters`` is the block's filter count f when it differs from ``channels``: in upscale_ps the norm
+    sees 4f channels, and v2.2 then built "layernorm" as f groups (of 4 channels: the sub-pixels of one
+    output channel, consecutive in PyTorch's PixelShuffle order) and "hybrid" as an f/2 split.
+    """
+    f = channels if filters is None else filters
     if norm == "none":
         return nn.Identity()
     if norm == "instancenorm":
@@ -119,11 +125,11 @@ def make_norm(norm: str, channels: int) -> nn.Module:
     if norm == "batchnorm":
         return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)  # Keras momentum 0.99
     if norm == "layernorm":
-        return nn.GroupNorm(channels, channels, eps=1e-6)  # one group per channel = instance norm
+        return nn.GroupNorm(f, channels, eps=1e-6)  # group = f: one group per channel = instance norm
     if norm == "groupnorm":
         return nn.GroupNorm(math.gcd(16, channels), channels, eps=1e-6)
     if norm == "hybrid":
-        return HybridNorm(channels)
+        return HybridNorm(channels, split=f // 2)
     raise ValueError(f"unknown norm {norm!r}")
 
 
@@ -164,7 +170,8 @@ class UpscalePS(nn.Sequential):
     def __init__(self, cin, cout, norm="none"):
         conv = _conv(cin, cout * 4, 3, bias=True, init=None)
         icnr_(conv.weight)
-        super().__init__(conv, nn.LeakyReLU(0.2, inplace=True), make_norm(norm, cout * 4), nn.PixelShuffle(2))
+        super().__init__(conv, nn.LeakyReLU(0.2, inplace=True), make_norm(norm, cout * 4, cout),
+                         nn.PixelShuffle(2))
 
 
 class UpscaleNN(nn.Sequential):
@@ -332,7 +339,10 @@ class Generator(nn.Module):
         self.decoder_b = Decoder(cfg)
 
     def decoder(self, domain: str) -> Decoder:
-        return {"a": self.decoder_a, "b": self.decoder_b}[domain.lower()]
+        d = str(domain).lower()
+        if d not in ("a", "b"):
+            raise ValueError(f"domain must be 'a' or 'b', got {domain!r}")
+        return self.decoder_a if d == "a" else self.decoder_b
 
     def forward(self, x, domain: str = "a") -> list[torch.Tensor]:
         return self.decoder(domain)(self.encoder(x))

@@ -159,7 +159,11 @@ class Trainer:
         self.amp_dtype, use_scaler = choose_precision(cfg.train.precision, self.device)
         self.publisher = Publisher(publish_to, log=log) if publish_to else None
 
-        torch.manual_seed(cfg.train.seed)  # weight initialisation is reproducible
+        # Weight initialisation is reproducible; the global numpy / Python streams are seeded too so
+        # that a run's whole RNG state (saved in every checkpoint) is a function of the seed.
+        torch.manual_seed(cfg.train.seed)
+        np.random.seed(cfg.train.seed)
+        random.seed(cfg.train.seed)
         self.gen = Generator(cfg.model).to(self.device)
         self.disc = {"a": Discriminator(cfg.model).to(self.device), "b": Discriminator(cfg.model).to(self.device)}
         self.features = features

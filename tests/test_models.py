@@ -467,9 +467,6 @@ def test_every_norm_builds_and_runs(cap, norm):
     assert all(p.grad is not None for p in gen.decoder_a.parameters())
 
 
-@pytest.mark.xfail(strict=True, reason="§1.2: 'layernorm' in upscale_ps is GroupNormalization(group=f) "
-                   "over the 4f pre-shuffle channels (groups of 4 channels); ganlib makes it per-channel "
-                   "(4f groups) via make_norm(norm, cout * 4)")
 def test_layernorm_in_upscale_ps_uses_f_groups():
     blk = UpscalePS(8, 16, "layernorm")
     norm = blk[2]
@@ -477,8 +474,6 @@ def test_layernorm_in_upscale_ps_uses_f_groups():
     assert norm.num_groups == 16
 
 
-@pytest.mark.xfail(strict=True, reason="§1.2: 'hybrid' in upscale_ps splits f/2 channels to the 1x1 conv "
-                   "(f/2 filters) and 3.5f to the instance norm; ganlib splits the 4f channels in halves")
 def test_hybrid_in_upscale_ps_splits_f_over_2():
     blk = UpscalePS(8, 16, "hybrid")
     norm = blk[2]
