@@ -33,7 +33,9 @@
 # %% cellView="form"
 # @title Setup { display-mode: "form" }
 # @markdown In Colab this installs ganlib from the repository (not editable, so no restart is needed),
-# @markdown or from a wheel / source folder you put on Drive or uploaded. Elsewhere nothing is installed.
+# @markdown or from a wheel / source folder: give its full path, e.g. `/content/drive/MyDrive/ganlib`
+# @markdown (Drive is mounted for it) or `/content/ganlib-0.1.0-py3-none-any.whl` (uploaded).
+# @markdown Elsewhere nothing is installed: `pip install ganlib` (or `pip install -e .`) beforehand.
 install_from = "git"  # @param ["git", "wheel or folder"]
 wheel_or_folder = ""  # @param {type:"string"}
 # The repository; scripts/set_repo_url.py keeps this equal to URL in setup.py.
@@ -46,6 +48,10 @@ import sys
 IN_COLAB = "google.colab" in sys.modules
 if IN_COLAB and os.environ.get("GANLIB_SMOKE") != "1":
     source = f"git+{REPO_URL}" if install_from == "git" else wheel_or_folder
+    if source.startswith("/content/drive/"):
+        from google.colab import drive
+
+        drive.mount("/content/drive")
     # pip install -q "git+<REPO_URL>"; facenet-pytorch without its old torch/numpy pins (MTCNN only)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "facenet-pytorch"], check=True)
