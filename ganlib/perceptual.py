@@ -345,7 +345,8 @@ class FeatureExtractor(nn.Module):
     the backbone in ``self.net`` and describe the taps in ``TAP_NAMES`` / ``TAP_SHAPES``
     (keyed by ``before_activ``; shapes are (C, H, W) for the 224 input).
 
-    The parameters never require grad and the module never leaves inference mode
+    ``before_activ`` is read at every call, so it may be switched on a built extractor (the
+    schedule changes ``PL_before_activ`` between chunks). The parameters never require grad and the module never leaves inference mode
     (:meth:`train` is overridden), so batch-norm layers use their stored statistics and are never
     updated; gradients still reach the input.
     """
@@ -568,20 +569,25 @@ class _ImageNetExtractor(FeatureExtractor):
         return ((_resize(x) + 1.0) * 0.5 - self.mean) / self.std
 
     @classmethod
-    def weights_enum_member(cls, name: str | None = None):
-        """The torchvision weights enum member ``name`` (default: ``WEIGHTS_ENUM[1]``), or None
-        when ``name`` is not one of its members."""
+    def weights_enum_member(cls, weights=None):
+        """The torchvision weights enum member meant by ``weights``: None -> the default
+        (``WEIGHTS_ENUM[1]``), a member of this backbone's enum, or a member name such as
+        ``"IMAGENET1K_V1"``. Anything else (a path, a URL) gives None."""
         import torchvision.models
 
         enum_cls = getattr(torchvision.models, cls.WEIGHTS_ENUM[0])
-        return enum_cls.__members__.get(name or cls.WEIGHTS_ENUM[1])
+        if weights is None:
+            return enum_cls[cls.WEIGHTS_ENUM[1]]
+        if isinstance(weights, enum_cls):
+            return weights
+        return enum_cls.__members__.get(weights) if isinstance(weights, str) else None
 
     @classmethod
-    def pretrained_state_dict(cls, name: str | None = None, *,
+    def pretrained_state_dict(cls, member, *,
                               progress: bool = False) -> tuple[dict[str, Tensor], str]:
-        """ImageNet weights through torchvision's weights API (downloaded once into the torch hub
-        cache, hash-checked by torchvision). Returns (state_dict, description)."""
-        member = cls.weights_enum_member(name)
+        """ImageNet weights of a torchvision weights enum ``member``, through torchvision's API
+        (downloaded once into the torch hub cache, hash-checked by torchvision).
+        Returns (state_dict, description)."""
         url = member.url
         fname = url.rsplit("/", 1)[-1]
         cached = Path(torch.hub.get_dir()) / "checkpoints" / fname
@@ -644,16 +650,14 @@ class TorchvisionResNet50(_ImageNetExtractor):
         y = net.maxpool(F.relu(net.bn1(raw1)))
         feats: dict[str, Tensor] = {}
         for lname in ("layer1", "layer2", "layer3", "layer4"):
-            layer = getattr(net, lname)
-            for i, block in enumerate(layer):
+            for i, block in enumerate(getattr(net, lname)):
                 s = _tv_bottleneck_sum(block, y)
                 y = F.relu(s)
-                if self.before_activ:
-                    feats[f"{lname}.{i}"] = s
-            feats[lname] = feats[f"{lname}.{i}"] if self.before_activ else y
-        if self.before_activ:
-            return [feats["layer4"], feats["layer2"], feats["layer1"], feats["layer1.0"]]
-        return [feats["layer4"], feats["layer2"], feats["layer1"], raw1]
+                if i == 0 and lname == "layer1":
+                    first_sum = s  # the before_activ feat112, as the original's conv2_1 tap
+            feats[lname] = s if self.before_activ else y
+        feat112 = first_sum if self.before_activ else raw1
+        return [feats["layer4"], feats["layer2"], feats["layer1"], feat112]
 
 
 # torchvision's VGG16 "D" configuration; numbers are conv widths, "M" a 2x2 max-pool. Built here
@@ -749,8 +753,9 @@ def build_perceptual(kind: str = "none", weights: str | os.PathLike | None = Non
         weights: path or http(s)/Google Drive URL of a state_dict file (``torch.save`` or
             ``.safetensors``). URLs are downloaded once into ``cache_dir``. For the torchvision
             kinds, None means torchvision's default ImageNet weights (downloaded by torchvision
-            into the torch hub cache) and a weights enum member name such as ``"IMAGENET1K_V1"``
-            selects another. ``""`` counts as None.
+            into the torch hub cache); a member of their torchvision weights enum (e.g.
+            ``torchvision.models.ResNet50_Weights.IMAGENET1K_V1``) or its name selects another.
+            ``""`` counts as None.
         sha256: expected sha256 of the ``weights`` file (checked for paths and URLs).
         before_activ: the original's ``PL_before_activ`` taps (see the module docstring).
         cache_dir: where URL downloads go (default ``~/.cache/ganlib/weights``).
@@ -779,13 +784,15 @@ def build_perceptual(kind: str = "none", weights: str | os.PathLike | None = Non
             "names in its docstring), or use kind='resnet50' / 'vgg16' / 'none'.")
     extractor = cls(before_activ=before_activ)
     if not random_init:
-        name = None if weights is None else os.fspath(weights)
-        if issubclass(cls, _ImageNetExtractor) and (
-                name is None or cls.weights_enum_member(name) is not None):
-            extractor.load_backbone_weights(*cls.pretrained_state_dict(name, progress=progress))
-        else:
-            path = resolve_weights(name, sha256, cache_dir, progress=progress)
+        member = cls.weights_enum_member(weights) if issubclass(cls, _ImageNetExtractor) else None
+        if member is not None:
+            extractor.load_backbone_weights(*cls.pretrained_state_dict(member, progress=progress))
+        elif isinstance(weights, (str, os.PathLike)):
+            path = resolve_weights(weights, sha256, cache_dir, progress=progress)
             extractor.load_backbone_weights(load_state_dict_file(path), str(path))
+        else:
+            raise ValueError(f"weights for {kind!r} must be a path or a URL (or, for resnet50/"
+                             f"vgg16, one of their torchvision weights), got {weights!r}")
     extractor.freeze()
     if device is not None:
         extractor.to(device)

@@ -189,9 +189,9 @@ def test_load_by_path_gives_documented_taps(saved, kind, before_activ):
     _assert_state_equal(ext, sd)
     assert len(ext.tap_names) == 4
     assert ext.tap_names != type(ext).TAP_NAMES[not before_activ]
-    n = 1 if kind == "vgg16" else 2
+    n = 1
     with torch.no_grad():
-        feats = ext(_images(n))
+        feats = ext(_images(n, size=48))
     assert len(feats) == len(FEATURE_NAMES) == 4
     shapes = [tuple(f.shape) for f in feats]
     assert shapes == [(n, *s) for s in EXPECTED_SHAPES[kind, before_activ]]
@@ -213,6 +213,11 @@ def test_before_activ_taps_are_the_pre_relu_of_the_after_activ_taps(saved, kind)
         assert (b < 0).any()
         assert torch.allclose(torch.relu(b), a, rtol=1e-5, atol=1e-5)
         assert (a >= 0).all()
+    # the trainer switches PL_before_activ between chunks on the same extractor
+    after.before_activ = True
+    assert after.tap_names == before.tap_names
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(after(x), fb))
 
 
 @pytest.mark.parametrize("kind", BACKBONES)
@@ -237,7 +242,7 @@ def test_load_by_url_downloads_once_and_verifies(saved, http_root, tmp_path, kin
 def test_torchvision_weights_api_uses_hub_cache(saved, tmp_path, monkeypatch):
     """weights=None goes through torchvision's weights enum; a file already in the torch hub
     cache (as a user copies it there offline) is used without any download."""
-    from torchvision.models import ResNet50_Weights
+    from torchvision.models import ResNet50_Weights, VGG16_Weights
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     hub = Path(torch.hub.get_dir())
@@ -249,6 +254,9 @@ def test_torchvision_weights_api_uses_hub_cache(saved, tmp_path, monkeypatch):
     cached.write_bytes(path.read_bytes())
     _assert_state_equal(build_perceptual("resnet50"), sd)
     _assert_state_equal(build_perceptual("resnet50", weights="IMAGENET1K_V2"), sd)
+    _assert_state_equal(build_perceptual("resnet50", weights=ResNet50_Weights.IMAGENET1K_V2), sd)
+    with pytest.raises(ValueError, match="VGG16_Weights"):  # another backbone's weights
+        build_perceptual("resnet50", weights=VGG16_Weights.IMAGENET1K_V1)
 
 
 # ----------------------------------------------------------------------------------------------
