@@ -427,12 +427,14 @@ def prepare_storage(drive_folder: str = "ganlib_runs", run_name: str = "run1", d
         return st
     if local_root is None:
         local_root = LOCAL_DATA_ROOT if in_colab() else Path(tempfile.gettempdir()) / "ganlib-data"
-    for side, src in (("A", faces_a), ("B", faces_b)):
+    sources = {}
+    for side, src in (("A", faces_a), ("B", faces_b)):  # check both before copying anything
         if not str(src).strip():
             raise ValueError(f"data source {data_source!r} needs the faces of person {side}: fill faces_{side.lower()}")
-        path = resolve_path(src, mountpoint=mountpoint)
+        sources[side] = path = resolve_path(src, mountpoint=mountpoint)
         if data_source == "zip on Drive" and not is_archive(path):
             raise ValueError(f"{path}: 'zip on Drive' expects a .zip or .tar(.gz) file for person {side}")
+    for side, path in sources.items():
         local = stage_dataset(path, Path(local_root) / side, log=log)
         faces, masks = find_face_dirs(local)
         setattr(st, f"dir_{side.lower()}", str(faces))

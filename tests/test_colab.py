@@ -250,7 +250,9 @@ def test_prepare_storage_drive_folders_outside_colab(tmp_path, monkeypatch):
         colab.prepare_storage("runs", "r1", "zip on Drive", "faces/A", "faces/B",
                               local_root=tmp_path / "staged2", log=lambda s: None)
     with pytest.raises(ValueError, match="faces_b"):
-        colab.prepare_storage("runs", "r1", "drive folders", "faces/A", "", log=lambda s: None)
+        colab.prepare_storage("runs", "r1", "drive folders", "faces/A", "", local_root=tmp_path / "staged3",
+                              log=lambda s: None)
+    assert not (tmp_path / "staged3").exists()  # nothing copied when an input is missing
 
 
 def test_notebook_config_smoke_preset_and_overrides(tmp_path, monkeypatch):
