@@ -10,22 +10,24 @@ does its own backbone preprocessing (bilinear resize to 224, colour order, mean/
 those four tensors. Its parameters are frozen and it stays in inference mode even when a parent
 module calls ``.train()``, but gradients flow to the INPUT, i.e. to the generator.
 
-Backbones (tap shapes as (C, H, W) for the internal 224x224 input):
+Backbones, with the four taps as (C, H, W) for the internal 224x224 input:
 
-=============  ==========================================  =========================================
-kind           ``before_activ=False``                      ``before_activ=True``
-=============  ==========================================  =========================================
-``vggface2``   conv5_3 ReLU (2048,7,7); conv3_4 ReLU         conv5_3 sum (2048,7,7); conv3_4 sum
-               (512,28,28); conv2_3 ReLU (256,55,55);        (512,28,28); conv2_3 sum (256,55,55);
-               conv1 raw, before BN (64,112,112)             conv2_1 sum (256,55,55) — "misnamed"
-``resnet50``   layer4 ReLU (2048,7,7); layer2 ReLU           layer4.2 sum (2048,7,7); layer2.3 sum
-               (512,28,28); layer1 ReLU (256,56,56);         (512,28,28); layer1.2 sum (256,56,56);
-               conv1 raw, before BN (64,112,112)             layer1.0 sum (256,56,56)
-``vgg16``      pool5 (512,7,7); relu4_3 (512,28,28);          maxpool(conv5_3) (512,7,7); conv4_3
-               relu3_3 (256,56,56); relu2_2 (128,112,112)    (512,28,28); conv3_3 (256,56,56);
-                                                             conv2_2 (128,112,112)
-``none``       :func:`build_perceptual` returns ``None``
-=============  ==========================================  =========================================
+- ``vggface2`` (the original's network, caffe layout)
+    before_activ=False: conv5_3 ReLU (2048,7,7), conv3_4 ReLU (512,28,28),
+                        conv2_3 ReLU (256,55,55), conv1 raw before BN (64,112,112)
+    before_activ=True:  conv5_3 sum (2048,7,7), conv3_4 sum (512,28,28),
+                        conv2_3 sum (256,55,55), conv2_1 sum (256,55,55) ("misnamed" in the original)
+- ``resnet50`` (torchvision, ImageNet)
+    before_activ=False: layer4 ReLU (2048,7,7), layer2 ReLU (512,28,28),
+                        layer1 ReLU (256,56,56), conv1 raw before BN (64,112,112)
+    before_activ=True:  layer4.2 sum (2048,7,7), layer2.3 sum (512,28,28),
+                        layer1.2 sum (256,56,56), layer1.0 sum (256,56,56)
+- ``vgg16`` (torchvision, ImageNet)
+    before_activ=False: pool5 (512,7,7), relu4_3 (512,28,28), relu3_3 (256,56,56),
+                        relu2_2 (128,112,112)
+    before_activ=True:  maxpool(conv5_3) (512,7,7), conv4_3 (512,28,28), conv3_3 (256,56,56),
+                        conv2_2 (128,112,112)
+- ``none``: :func:`build_perceptual` returns None.
 
 ("sum" = a residual block's output before its final ReLU; "raw" = the convolution's output.)
 
@@ -346,9 +348,9 @@ class FeatureExtractor(nn.Module):
     (keyed by ``before_activ``; shapes are (C, H, W) for the 224 input).
 
     ``before_activ`` is read at every call, so it may be switched on a built extractor (the
-    schedule changes ``PL_before_activ`` between chunks). The parameters never require grad and the module never leaves inference mode
-    (:meth:`train` is overridden), so batch-norm layers use their stored statistics and are never
-    updated; gradients still reach the input.
+    schedule changes ``PL_before_activ`` between chunks). The parameters never require grad and
+    the module never leaves inference mode (:meth:`train` is overridden), so batch-norm layers use
+    their stored statistics and are never updated; gradients still reach the input.
     """
 
     TAP_NAMES: dict[bool, tuple[str, str, str, str]] = {}
