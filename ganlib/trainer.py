@@ -179,7 +179,9 @@ class Trainer:
         data = data if data is not None else build_data(cfg, self.run_dir, log)
         self._set_data(data)
         self.lam_rng = random.Random(cfg.train.seed)  # mixup / perceptual lambdas, host side
-        self.aug_gen = torch.Generator(device=self.device)
+        # Augmentation parameters are drawn on the CPU (a few numbers per image; the image work runs on
+        # the device), so CPU and GPU runs draw the same augmentations and the state is device-free.
+        self.aug_gen = torch.Generator()
         self.aug_gen.manual_seed(cfg.train.seed)
         self._build_optimizers(self.flags_at(0))
         self._reset_window()
@@ -385,7 +387,7 @@ class Trainer:
             from .data import BatchSampler
 
             seed = self.cfg.train.preview_seed
-            gen = torch.Generator(device=self.device)
+            gen = torch.Generator()
             gen.manual_seed(seed)
             self._preview = {}
             for i, dom in enumerate(("a", "b")):
@@ -592,10 +594,7 @@ class Trainer:
         rng = state["rng"]
         _set_rng_state(rng)
         self.lam_rng.setstate(_py_unstate(rng["lambda"]))
-        if rng["augment"].device != torch.device("cpu") or self.device.type == "cpu":
-            self.aug_gen.set_state(rng["augment"].cpu())
-        else:
-            self.aug_gen.manual_seed(int(rng["augment"][:8].view(torch.int64).item()) & 0x7FFFFFFF)
+        self.aug_gen.set_state(rng["augment"].cpu())
         for dom, s in self.samplers.items():
             s.load_state_dict(state["data"][dom])
         self.history = list(state.get("history", []))
@@ -658,7 +657,9 @@ class Trainer:
 def _progress(total, initial, enabled):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="iter", leave=True, disable=not enabled, dynamic_ncols=True)
+    # Pass ``disable`` only to turn the bar off, so TQDM_DISABLE=1 in the environment still applies.
+    kw = {} if enabled else {"disable": True}
+    return tqdm(total=total, initial=initial, desc="iter", leave=True, dynamic_ncols=True, **kw)
 
 
 def _save_png_atomic(img, path: Path):
