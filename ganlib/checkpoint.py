@@ -91,7 +91,7 @@ _CHUNK = 4 * 1024 * 1024
 # A temp file untouched this long belongs to a save or copy that died with its process
 # (e.g. a Colab runtime that disconnected mid-copy): copying even a 1 GB checkpoint to Drive
 # takes minutes, not an hour. Removing them matters on Drive, where space is the user's quota.
-STALE_TMP_SECONDS = 3600
+STALE_TMP_SECONDS = 600
 
 
 # ----------------------------------------------------------------------------- errors
@@ -442,7 +442,8 @@ class _HashingWriter:
 
 
 def _write_verified(
-    fs: FS, final: Path, produce: Callable[[_HashingWriter], None], *, replace_ok: bool = False
+    fs: FS, final: Path, produce: Callable[[_HashingWriter], None], *, replace_ok: bool = False,
+    before_replace: Callable[[int, str], None] | None = None,
 ) -> tuple[int, str]:
     """Write ``final`` safely: temp -> fsync -> read back + compare -> replace -> fsync dir
     -> size check. Returns (bytes, sha256). On any failure the temp file is removed, the
@@ -467,6 +468,11 @@ def _write_verified(
                 f"read {got_size} bytes sha256 {got_digest[:12]}…",
                 str(tmp),
             )
+        if before_replace is not None:
+            # Checkpoints: the sidecar goes in under its final name BEFORE the .pt's rename, so a
+            # final-named .pt always has its sidecar (a kill in between leaves only an orphan
+            # sidecar, which the scanner ignores) and the .pt's atomic rename completes the save.
+            before_replace(size, digest)
         fs.replace(tmp, final)
     except BaseException:
         _try_remove(fs, tmp)
@@ -738,16 +744,18 @@ def save_checkpoint(
         _move_aside(fs, final, f"it was incomplete ({reason}) and step {step} is being saved again", log)
 
     try:
-        size, digest = _write_verified(fs, final, lambda w: torch.save(payload, w))
-        meta = {
-            "file": final.name,
-            "step": step,
-            "bytes": size,
-            "sha256": digest,
-            "time": saved_at,
-            "format_version": FORMAT_VERSION,
-        }
-        _write_verified(fs, _sidecar_path(final), lambda w: w.write(_json_bytes(meta)), replace_ok=True)
+        def seal(size: int, digest: str) -> None:
+            meta = {
+                "file": final.name,
+                "step": step,
+                "bytes": size,
+                "sha256": digest,
+                "time": saved_at,
+                "format_version": FORMAT_VERSION,
+            }
+            _write_verified(fs, _sidecar_path(final), lambda w: w.write(_json_bytes(meta)), replace_ok=True)
+
+        _write_verified(fs, final, lambda w: torch.save(payload, w), before_replace=seal)
     except OSError as e:
         raise CheckpointError(
             f"could not save checkpoint {final}: {e}. Earlier checkpoints in {ckdir} are untouched "
@@ -870,22 +878,20 @@ class Publisher:
 
         done = {"pt": False}
 
-        def action() -> None:
-            if not done["pt"]:
-                _write_verified(fs, dest, _copy_into(_DEFAULT_FS, local_pt, expect))
-                done["pt"] = True
+        def seal(size: int, digest: str) -> None:
             _write_verified(fs, _sidecar_path(dest), lambda w: w.write(_json_bytes(meta)), replace_ok=True)
+
+        def action() -> None:
+            # Sidecar first, then the .pt's rename (see _write_verified): no unsealed .pt ever.
+            _write_verified(fs, dest, _copy_into(_DEFAULT_FS, local_pt, expect), before_replace=seal)
+            done["pt"] = True
 
         try:
             result.attempts, err = self._attempts(local_pt.name, action)
         except CheckpointError as e:  # the LOCAL file is damaged: retrying will not help
             result.attempts, err = 1, str(e)
         if err is not None:
-            state = (
-                "the copy there has no sidecar, so it will not be trusted"
-                if done["pt"]
-                else "no file was left under its final name there"
-            )
+            state = "no checkpoint file was left under its final name there"
             result.error = (
                 f"could not publish {local_pt.name} to {dest_dir} after {result.attempts} attempt(s) "
                 f"(last error: {err}); {state}. The checkpoint is safe on local disk at {local_pt}, and "

@@ -484,39 +484,70 @@ class Trainer:
         status = "target reached"
         self._reset_window()
         try:
-            while self.step < target:
-                if seconds is not None and time.monotonic() - t0 >= seconds:
-                    status = "time budget used"
+            while True:
+                status = self._train_loop(target, seconds, t0, callback, clock, bar)
+                # The end-of-chunk save; if the state went non-finite since the last check, it
+                # rolls back instead and the chunk continues (only to the target).
+                if self._last_saved_step == self.step or self._checkpoint_now():
                     break
-                self.train_iteration()
-                self.step += 1
-                bar.update(1)
-                if self.step % NAN_CHECK_EVERY == 0 or self.step % t.display_iters == 0:
-                    if not self._window_finite():
-                        self._recover_from_nan()
-                        bar.n = self.step
-                        continue
-                if self.step % t.display_iters == 0:
-                    keep_going = self._display(t0, callback)
-                    self.save()
-                    clock.mark(self.step)
-                    if not keep_going:
-                        status = "stopped by callback"
-                        break
-                elif clock.due(self.step):
-                    self.save()
-                    clock.mark(self.step)
+                bar.n = self.step
+                if status != "target reached":
+                    break
         except KeyboardInterrupt:
             bar.close()
-            path = self.save()
-            self.log(f"Interrupted at iteration {self.step}: saved to {path}. "
-                     "Run the same cell or command again to continue from here.")
+            if self._state_finite():
+                path = self.save()
+                self.log(f"Interrupted at iteration {self.step}: saved to {path}. "
+                         "Run the same cell or command again to continue from here.")
+            else:
+                self.log(f"Interrupted at iteration {self.step} with non-finite weights: NOT saved; the last "
+                         f"good checkpoint (iteration {self._last_saved_step}) is where the next chunk resumes.")
             return self._summary(start_step, t0, "interrupted")
         finally:
             bar.close()
-        if self._last_saved_step != self.step:
-            self.save()
         return self._summary(start_step, t0, status)
+
+    def _train_loop(self, target, seconds, t0, callback, clock, bar) -> str:
+        t = self.cfg.train
+        while self.step < target:
+            if seconds is not None and time.monotonic() - t0 >= seconds:
+                return "time budget used"
+            self.train_iteration()
+            self.step += 1
+            bar.update(1)
+            if self.step % NAN_CHECK_EVERY == 0 or self.step % t.display_iters == 0:
+                if not self._window_finite():
+                    self._recover_from_nan()
+                    bar.n = self.step
+                    continue
+            if self.step % t.display_iters == 0:
+                keep_going = self._display(t0, callback)
+                if self._checkpoint_now():
+                    clock.mark(self.step)
+                if not keep_going:
+                    return "stopped by callback"
+            elif clock.due(self.step):
+                if self._checkpoint_now():
+                    clock.mark(self.step)
+                else:
+                    bar.n = self.step
+        return "target reached"
+
+    def _state_finite(self) -> bool:
+        """Losses since the last check and every weight finite (one device sync; only at saves)."""
+        if not self._window_finite():
+            return False
+        params = [p for m in (self.gen, self.disc["a"], self.disc["b"]) for p in m.parameters()]
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
+    def _checkpoint_now(self) -> bool:
+        """Save if the state is finite; otherwise roll back (a checkpoint never holds NaN weights,
+        so pruning can never delete the last good one). Returns whether it saved."""
+        if not self._state_finite():
+            self._recover_from_nan()
+            return False
+        self.save()
+        return True
 
     def _summary(self, start_step, t0, status):
         elapsed = time.monotonic() - t0
@@ -621,6 +652,10 @@ class Trainer:
         :class:`ganlib.checkpoint.CheckpointError`: ganlib never starts fresh over them.
         """
         run_dir = Path(run_dir)
+        if publish_to and not Path(publish_to).parent.exists():
+            # An unmounted Drive looks like "no checkpoints yet": refuse rather than start fresh.
+            raise CheckpointError(f"the publishing folder {publish_to} is not reachable (its parent folder does "
+                                  "not exist). Is Google Drive mounted? Mount it and run again.")
         loaded = load_latest(run_dir, log=log) if (run_dir / "checkpoints").exists() else None
         if publish_to and Path(publish_to, "checkpoints").exists():
             remote = load_latest(publish_to, log=log)

@@ -468,16 +468,19 @@ def test_persistent_fault_keeps_local_copy_and_destination_intact(tmp_path, faul
     assert load_latest(dest).step == 100
 
 
-def test_persistent_sidecar_fault_leaves_an_untrusted_copy_that_load_skips(tmp_path):
+def test_persistent_sidecar_fault_leaves_no_unsealed_checkpoint(tmp_path):
+    """The sidecar is written before the .pt's rename, so a sidecar that cannot be written leaves no
+    final-named .pt behind (nothing unsealed that a later load would have to skip)."""
     local, dest = tmp_path / "local", tmp_path / "drive"
     save(local, 100, publisher=_publisher(dest))
     pub = _publisher(dest, FaultInjectingFS("fail_half_way", times=None, match=".json"))
     save(local, 200, publisher=pub)
-    assert not pub.last_result.ok and "has no sidecar" in pub.last_result.error
+    assert not pub.last_result.ok and "no checkpoint file was left under its final name" in pub.last_result.error
+    assert not (dest / "checkpoints/ckpt-000000200.pt").exists()
     msgs = []
     assert load_latest(dest, log=msgs.append).step == 100
-    assert "ckpt-000000200.pt" in msgs[0] and "no sidecar" in msgs[0]
-    # Once the mount behaves again, publishing completes it (the copy is moved aside first).
+    assert msgs == []  # nothing to skip
+    # Once the mount behaves again, publishing completes it.
     assert _publisher(dest).publish_checkpoint(local / "checkpoints/ckpt-000000200.pt").ok
     assert load_latest(dest).step == 200
 

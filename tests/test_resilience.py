@@ -200,11 +200,6 @@ def test_nan_on_every_iteration_gives_up_after_max_retries_with_checkpoints_inta
         assert all_finite(load_checkpoint(info.path).state), info.path
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "trainer.py: only the display save is preceded by a finiteness check. A time-based save "
-    "(train.save_minutes) or the end-of-chunk save writes NaN weights, keep_last then prunes the "
-    "good checkpoints, and the NaN roll-back 'restores' the poisoned one. Fix: check "
-    "self._window_finite() (or the parameters) before EVERY save in train() and roll back instead."))
 @pytest.mark.parametrize("which", ["time_based_save", "end_of_chunk_save"])
 def test_no_save_ever_writes_non_finite_weights(tmp_path, which):
     if which == "time_based_save":
