@@ -100,8 +100,9 @@ def speed_table(presets=("cpu_demo", "v22_colab"), resolutions=(64, 128), iters:
     return rows
 
 
-def crash_harness(kills: int = 20, run_dir=None, seed: int = 0, target: int | None = None) -> int:
+def crash_harness(kills: int = 20, run_dir=None, seed: int = 0, target: int | None = None,
+                  publish_faults: bool = False) -> int:
     """SIGKILL a training subprocess at random moments (saves included) and check every resume."""
     from .crash import run_crash_harness
 
-    return run_crash_harness(kills=kills, run_dir=run_dir, seed=seed, target=target)
+    return run_crash_harness(kills=kills, run_dir=run_dir, seed=seed, target=target, publish_faults=publish_faults)

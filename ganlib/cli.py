@@ -115,7 +115,8 @@ def cmd_bench_speed(args) -> int:
 def cmd_bench_crash(args) -> int:
     from .bench import crash_harness
 
-    return crash_harness(kills=args.kills, run_dir=args.run_dir, seed=args.seed, target=args.until)
+    return crash_harness(kills=args.kills, run_dir=args.run_dir, seed=args.seed, target=args.until,
+                         publish_faults=args.publish_faults)
 
 
 # ---- parser ----------------------------------------------------------------------------------------------------
@@ -170,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--run-dir", default=None)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--until", type=int, default=None, help="iteration target of the crash run")
+    c.add_argument("--publish-faults", action="store_true",
+                   help="also publish to a fault-injecting destination (the Google Drive path)")
     c.set_defaults(func=cmd_bench_crash)
 
     for mod, fn in (("faces", "add_extract_parser"), ("convert", "add_convert_parser")):
