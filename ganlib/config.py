@@ -55,6 +55,9 @@ class ModelConfig:
                              group="model")
     width: float = _f(1.0, "Channel width multiplier (ganlib extension for CPU presets; 1.0 = v2.2).",
                       min=0.03, max=4.0, group="model", v22=False)
+    latent_dim: int = _f(0, "Encoder bottleneck size; 0 = v2.2's (1024, lite 2048 at R >= 128). A narrow "
+                         "bottleneck makes the encoder keep pose/expression/light, not identity.",
+                         min=0, max=8192, group="model", v22=False)
 
 
 @dataclass

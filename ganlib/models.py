@@ -248,7 +248,7 @@ class Encoder(nn.Module):
             cin = cout
         self.down = nn.Sequential(*layers)
         latent = 2048 if (lite and R >= 128) else 1024
-        self.latent = _ch(latent, w)
+        self.latent = cfg.latent_dim or _ch(latent, w)
         self.c_dense = _ch(256 if lite else 1024, w)
         self.dense1 = _linear(cin * 16, self.latent)
         self.dense2 = _linear(self.latent, 16 * self.c_dense)
