@@ -325,6 +325,9 @@ class Augmenter:
     work_size: int = 256                         # S, side the faces are cached/augmented at (original: 256)
     prob_color_match: float = 0.5                # p of the random colour match against a face of A ∪ B
     color_match_xyz_prob: float = 0.5            # p that a colour match works in CIE XYZ instead of RGB
+    color_match_target: bool = True              # v2.2 matches input AND target; False: input only (ganlib),
+    #                                              so the encoder learns to ignore skin tone while each
+    #                                              decoder keeps its identity's own colours
     rotation: float = 10.0                       # degrees, U(−rotation, rotation)
     scale: float = 0.1                           # zoom U(1 − scale, 1 + scale)
     shift: float = 0.05                          # translation U(−shift, shift) × side, in x and y
@@ -402,6 +405,7 @@ class Augmenter:
 
         # Fixed number of draws per batch whatever the flags, so the stream stays aligned.
         uc = _rand(generator, b, 4)  # on the generator's device
+        x_target = x  # the target keeps the original colours when color_match_target is off
         if pool is not None and len(pool) > 0 and self.prob_color_match > 0:
             # Only the faces drawn for matching are processed (the choice is known on the generator's
             # device, so this costs no GPU sync when the generator is on the CPU).
@@ -412,7 +416,9 @@ class Augmenter:
                 sel_d = sel.to(dev)
                 use_xyz = (uc[sel, 2] < self.color_match_xyz_prob).to(dev)
                 matched = color_match(x[sel_d], refs, uc[sel, 3].to(dev), use_xyz)
-                x.index_copy_(0, sel_d, matched)
+                x = x.index_copy(0, sel_d, matched)
+                if self.color_match_target:
+                    x_target = x
 
         tf = random_transform_params(b, generator, rotation=self.rotation, scale=self.scale, shift=self.shift,
                                      flip=self.flip, device=dev)
@@ -422,7 +428,7 @@ class Augmenter:
         grid = (grid @ tf[:, None, :, :2].transpose(-1, -2)) + tf[:, None, None, :, 2]
         warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         tgrid = F.affine_grid(compose_affine(tf, theta_t), [b, 1, r, r], align_corners=False)
-        target = F.grid_sample(x, tgrid, mode="bilinear", padding_mode="border", align_corners=False)
+        target = F.grid_sample(x_target, tgrid, mode="bilinear", padding_mode="border", align_corners=False)
         mask = F.grid_sample(m, tgrid, mode="bilinear", padding_mode="border", align_corners=False)
 
         ub = _rand(generator, b, 3, device=dev)  # apply, length, angle

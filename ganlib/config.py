@@ -126,6 +126,9 @@ class DataConfig:
     use_bm_eyes: bool = _f(True, "Use eye masks in the eye-weighted losses.", group="data")
     prob_random_color_match: float = _f(0.5, "Probability of random colour matching.", min=0.0, max=1.0,
                                         group="data")
+    color_match_target: bool = _f(True, "Colour-match the target too (v2.2). Off: only the input, so the "
+                                  "encoder ignores skin tone and each decoder keeps its identity's colours.",
+                                  group="data", v22=False)
     use_da_motion_blur: bool = _f(False, "Random motion blur augmentation.", group="data")
 
 

@@ -154,7 +154,8 @@ class Trainer:
         self.cfg = cfg.validate()
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = log
+        # print through tqdm.write, so the block never lands in the middle of the progress bar's line
+        self.log = _tqdm_print if log is print else log
         self.device = pick_device(device)
         self.amp_dtype, use_scaler = choose_precision(cfg.train.precision, self.device)
         self.publisher = Publisher(publish_to, log=log) if publish_to else None
@@ -213,6 +214,7 @@ class Trainer:
         self.pool = torch.cat([self.faces["a"]["images"], self.faces["b"]["images"]])
         self.aug = Augmenter(resolution=cfg.model.resolution, work_size=cfg.data.work_size,
                              prob_color_match=cfg.data.prob_random_color_match,
+                             color_match_target=cfg.data.color_match_target,
                              motion_blur=cfg.data.use_da_motion_blur)
 
     def _batch(self, dom: str, sampler=None, generator=None, aug=None) -> dict:
@@ -695,6 +697,12 @@ def _progress(total, initial, enabled):
     # Pass ``disable`` only to turn the bar off, so TQDM_DISABLE=1 in the environment still applies.
     kw = {} if enabled else {"disable": True}
     return tqdm(total=total, initial=initial, desc="iter", leave=True, dynamic_ncols=True, **kw)
+
+
+def _tqdm_print(msg):
+    from tqdm.auto import tqdm
+
+    tqdm.write(str(msg))
 
 
 def _save_png_atomic(img, path: Path):

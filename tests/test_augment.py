@@ -200,6 +200,19 @@ def test_augmenter_color_match_uses_the_pool():
     assert target.mean() > plain.mean() + 0.3  # every face pulled towards the brighter pool by u ~ U(0,1)
 
 
+def test_color_match_input_only_keeps_the_target_colours():
+    """ganlib option: colour-match the warped input only; the target keeps the face's own colours."""
+    s = 64
+    x = torch.full((4, 3, s, s), 60, dtype=torch.uint8) + (torch.rand(4, 3, s, s, generator=gen()) * 20).byte()
+    pool = torch.full((3, 3, s, s), 200, dtype=torch.uint8) + (torch.rand(3, 3, s, s, generator=gen(1)) * 20).byte()
+    aug = Augmenter.identity(32, s)
+    aug.prob_color_match, aug.color_match_target = 1.0, False
+    warped, target, _ = aug(x, None, gen(), pool)
+    _, plain, _ = Augmenter.identity(32, s)(x, None, gen(), pool)
+    assert torch.equal(target, plain)  # untouched
+    assert warped.mean() > plain.mean() + 0.3  # the input was matched to the brighter pool
+
+
 @pytest.mark.parametrize("length", [1, 5, 7, 9, 11])
 def test_motion_blur_kernels_sum_to_one(length):
     angles = torch.tensor([-180.0, -45.0, 0.0, 30.0, 90.0])
