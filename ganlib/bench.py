@@ -71,7 +71,7 @@ def measure(cfg, iters: int = 5, device=None, warmup: int = 2) -> dict:
     return {"sec_per_iter": sec, "iter_per_sec": 1 / sec, "gflop_per_iter": flops / 1e9,
             "achieved_gflops": flops / sec / 1e9, "peak_gflops": peak / 1e9, "peak_share": flops / sec / peak,
             "aug_images_per_sec": aug_ips, "step_images_per_sec": need_ips, "device": str(dev),
-            "precision": "fp32" if tr.amp_dtype is None else str(tr.amp_dtype).replace("torch.", "")}
+            "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[tr.amp_dtype]}
 
 
 def speed_table(presets=("cpu_demo", "v22_colab"), resolutions=(64, 128), iters: int = 5, device=None) -> list:
@@ -80,8 +80,8 @@ def speed_table(presets=("cpu_demo", "v22_colab"), resolutions=(64, 128), iters:
     from .config import preset
 
     rows = []
-    print("%-10s %4s %6s %9s %7s %10s %9s %7s %11s %11s" % ("preset", "R", "batch", "ms/iter", "it/s", "GFLOP/it",
-                                                           "GFLOP/s", "peak%", "aug img/s", "step img/s"))
+    print("%-10s %4s %6s %5s %9s %7s %10s %9s %7s %11s %11s" % (
+        "preset", "R", "batch", "prec", "ms/iter", "it/s", "GFLOP/it", "GFLOP/s", "peak%", "aug img/s", "step img/s"))
     for name in presets:
         for R in resolutions:
             cfg = preset(name)
@@ -90,13 +90,15 @@ def speed_table(presets=("cpu_demo", "v22_colab"), resolutions=(64, 128), iters:
             cfg.validate()
             r = measure(cfg, iters=iters, device=device)
             rows.append({"preset": name, "resolution": R, "batch": cfg.train.batch_size, **r})
-            print("%-10s %4d %6d %9.1f %7.2f %10.1f %9.1f %6.1f%% %11.0f %11.0f" % (
-                name, R, cfg.train.batch_size, r["sec_per_iter"] * 1e3, r["iter_per_sec"], r["gflop_per_iter"],
+            print("%-10s %4d %6d %5s %9.1f %7.2f %10.1f %9.1f %6.1f%% %11.0f %11.0f" % (
+                name, R, cfg.train.batch_size, r["precision"], r["sec_per_iter"] * 1e3, r["iter_per_sec"], r["gflop_per_iter"],
                 r["achieved_gflops"], 100 * r["peak_share"], r["aug_images_per_sec"], r["step_images_per_sec"]),
                 flush=True)
     if rows:
-        print(f"device {rows[0]['device']}, precision {rows[0]['precision']}, matmul peak "
-              f"{rows[0]['peak_gflops']:.0f} GFLOP/s (2048^2, measured in this run)")
+        peaks = ", ".join(sorted({f"{r['precision']} {r['peak_gflops']:.0f}" for r in rows}))
+        print(f"device {rows[0]['device']}; matmul peak (2048^2, measured in this run, GFLOP/s): {peaks}; "
+              "peak% = counted FLOPs per second / that peak; aug img/s = augmentation alone, "
+              "step img/s = images one training iteration consumes per second (4 batches)")
     return rows
 
 
