@@ -77,7 +77,7 @@ def test_bench_speed_prints_the_table():
     assert p.returncode == 0, p.stderr
     assert "ms/iter" in p.stdout and "GFLOP/it" in p.stdout and "aug img/s" in p.stdout
     row = [l for l in p.stdout.splitlines() if l.startswith("smoke")][0].split()
-    assert float(row[3]) > 0 and float(row[5]) > 0  # ms/iter and counted GFLOP per iteration
+    assert row[3] == "fp32" and float(row[4]) > 0 and float(row[6]) > 0  # precision, ms/iter, counted GFLOP/it
 
 
 def test_bench_quality_prints_margins(tmp_path):
