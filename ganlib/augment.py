@@ -153,7 +153,7 @@ def umeyama_batch(src: Tensor, dst: Tensor, estimate_scale: bool = True) -> Tens
     """
     dtype = src.dtype
     src, dst = src.double(), dst.double()
-    n, dim = src.shape[-2], src.shape[-1]
+    n = src.shape[-2]
     mu_s, mu_d = src.mean(-2), dst.mean(-2)
     sc, dc = src - mu_s.unsqueeze(-2), dst - mu_d.unsqueeze(-2)
     cov = dc.transpose(-1, -2) @ sc / n  # [B, D, D]

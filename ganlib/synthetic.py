@@ -388,20 +388,6 @@ def _ellipsoid_z(x: float, y: float) -> float:
 # --------------------------------------------------------------------------------------------
 # Renderer
 # --------------------------------------------------------------------------------------------
-def render(identity=0, nuisance: Nuisance | None = None, size: int | None = None) -> Rendered:
-    """Render ``identity`` (0/"A", 1/"B", an int >= 2 or an ``Identity``) with ``nuisance``
-    (default: neutral) at ``size`` x ``size`` pixels (default 256). Deterministic: the same
-    inputs give identical bytes."""
-    ident = get_identity(identity)
-    nz = Nuisance() if nuisance is None else nuisance
-    if not isinstance(nz, Nuisance):
-        raise TypeError(f"nuisance must be a Nuisance, got {type(nz).__name__}")
-    size = 256 if size is None else int(size)
-    if size < 16:
-        raise ValueError(f"size must be >= 16 pixels, got {size}")
-    return _render(ident, nz, size)
-
-
 def _union(acc: np.ndarray, cov: np.ndarray) -> None:
     """In place: coverage of the union (acc + cov - acc * cov)."""
     acc += cov * (F32(1.0) - acc)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import random
 import time
@@ -22,11 +21,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__
 from .augment import Augmenter
-from .checkpoint import (CheckpointError, Publisher, SaveClock, load_latest, publish_file, save_checkpoint)
-from .config import ARCHITECTURE_KEYS, LOSS_FLAG_NAMES, Config, ConfigError
-from .losses import discriminator_loss, generator_forward, generator_loss, l2_params, sample_lambda
+from .checkpoint import CheckpointError, Publisher, SaveClock, load_latest, save_checkpoint
+from .config import ARCHITECTURE_KEYS, Config, ConfigError
+from .losses import discriminator_loss, generator_forward, generator_loss, sample_lambda
 from .models import Generator, Discriminator, composite, split_output
 from .schedule import events_due, phase_at
 from .viz import GRID_FILES, GRID_TITLES, Report, format_block, format_flags, preview_grids
