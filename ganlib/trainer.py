@@ -199,7 +199,16 @@ class Trainer:
             self.has_face_masks = d.get("face_masks") is not None
             if self.has_face_masks:
                 masks.append(d["face_masks"])
-            self.faces[dom] = {"images": d["images"].to(dev), "masks": torch.cat(masks, 1).to(dev)}
+            self.faces[dom] = {"images": d["images"], "masks": torch.cat(masks, 1)}
+        # The uint8 caches live on the training device when they take at most half of its free memory;
+        # otherwise they stay in pinned CPU memory and each batch is copied over asynchronously.
+        need = sum(t.numel() for f in self.faces.values() for t in f.values())
+        fits = dev.type != "cuda" or need <= 0.5 * torch.cuda.mem_get_info(dev)[0]
+        for f in self.faces.values():
+            for k, t in f.items():
+                f[k] = t.to(dev) if fits else t.pin_memory()
+        if not fits:
+            self.log(f"face cache ({need / 2 ** 30:.1f} GiB) kept in pinned CPU memory: it does not fit on {dev}")
         n_a, n_b = len(self.faces["a"]["images"]), len(self.faces["b"]["images"])
         bs = cfg.train.batch_size
         for dom, n in (("a", n_a), ("b", n_b)):
@@ -216,10 +225,11 @@ class Trainer:
                              motion_blur=cfg.data.use_da_motion_blur)
 
     def _batch(self, dom: str, sampler=None, generator=None, aug=None) -> dict:
-        idx = next(sampler or self.samplers[dom]).to(self.device)
         f = self.faces[dom]
-        warped, target, masks = (aug or self.aug)(f["images"][idx], f["masks"][idx], generator or self.aug_gen,
-                                                  pool=self.pool)
+        idx = next(sampler or self.samplers[dom]).to(f["images"].device)
+        images = f["images"][idx].to(self.device, non_blocking=True)
+        masks = f["masks"][idx].to(self.device, non_blocking=True)
+        warped, target, masks = (aug or self.aug)(images, masks, generator or self.aug_gen, pool=self.pool)
         batch = {"warped": warped, "target": target, "eye_mask": masks[:, :1]}
         batch["face_mask"] = masks[:, 1:2] if self.has_face_masks else None
         return batch
