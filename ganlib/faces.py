@@ -62,24 +62,15 @@ def umeyama(src: np.ndarray, dst: np.ndarray, estimate_scale: bool = True) -> np
     ``src`` and ``dst`` are (N, 2) arrays of (x, y). Returns a 3x3 homogeneous matrix T with
     ``dst ~ T @ [x, y, 1]``. Rotation + uniform scale + translation; reflections are excluded.
     """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    n, dim = src.shape
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    src_c, dst_c = src - mu_s, dst - mu_d
-    cov = dst_c.T @ src_c / n
-    u, s, vt = np.linalg.svd(cov)
-    d = np.ones(dim)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1.0  # the best orthogonal map would be a reflection: flip the weakest axis instead
-    rot = u @ np.diag(d) @ vt
-    scale = 1.0
-    if estimate_scale:
-        var_s = (src_c ** 2).sum() / n
-        scale = float((s * d).sum() / var_s) if var_s > 0 else 1.0
+    import torch
+
+    from .augment import umeyama_batch  # one implementation (batched torch, float64) for the project
+
+    src = torch.as_tensor(np.asarray(src, dtype=np.float64))[None]
+    dst = torch.as_tensor(np.asarray(dst, dtype=np.float64))[None]
+    dim = src.shape[-1]
     t = np.eye(dim + 1)
-    t[:dim, :dim] = scale * rot
-    t[:dim, dim] = mu_d - scale * rot @ mu_s
+    t[:dim] = umeyama_batch(src, dst, estimate_scale)[0].numpy()
     return t
 
 
