@@ -280,8 +280,8 @@ class Trainer:
 
     def _ensure_features(self, flags: dict):
         if self.features is not None:
-            self.features.before_activ = bool(flags["PL_before_activ"]) if hasattr(self.features, "before_activ") \
-                else None
+            if hasattr(self.features, "before_activ"):  # ganlib extractors switch taps at every call
+                self.features.before_activ = bool(flags["PL_before_activ"])
             return
         t = self.cfg.train
         if t.perceptual == "none":
